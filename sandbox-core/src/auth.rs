@@ -1,0 +1,1 @@
+//! HMAC request auth (being written).
