@@ -157,7 +157,9 @@ pub trait SandboxBackend: fmt::Debug + Send + Sync + 'static {
     /// Creates a sandbox for a session, or returns the session's live one.
     async fn create(&self, spec: SandboxSpec) -> Result<Sandbox>;
 
-    /// Keeps `spec.size()` ready sandboxes of a template waiting (0 empties the pool).
+    /// Keeps `spec.size()` ready sandboxes of a template waiting (0 empties the pool) and
+    /// returns when that many are ready. Sandboxes taken by `create` are replaced in the
+    /// background.
     async fn warm(&self, spec: WarmSpec) -> Result<WarmStatus>;
 
     /// Captures a sandbox's filesystem.
@@ -176,10 +178,14 @@ pub trait SandboxBackend: fmt::Debug + Send + Sync + 'static {
     /// Starts a command; its output streams as it comes.
     async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecStream>;
 
-    /// Reads a file (absolute path, or relative to the workdir).
+    /// Reads a file. `path` is absolute, or relative to the sandbox's workdir; either way it is
+    /// checked with [`validate::sandbox_path`](crate::validate::sandbox_path) first. A backend
+    /// may confine file operations to the workdir tree and reject other paths with
+    /// [`Error::InvalidSpec`](crate::Error::InvalidSpec). A missing file is `NotFound`.
     async fn read_file(&self, id: &SandboxId, path: &str) -> Result<Bytes>;
 
-    /// Writes a file, creating parent directories; the write is verified.
+    /// Writes a file (same path rules as `read_file`), creating parent directories, replacing
+    /// an existing file; returns only when the whole content is written.
     async fn write_file(&self, id: &SandboxId, path: &str, contents: Bytes) -> Result<()>;
 
     /// Live sandboxes matching the filter, from the provider.
@@ -279,11 +285,10 @@ pub trait SandboxBackendExt: SandboxBackend {
 
     /// The newest snapshot of a repository (any branch), if any.
     async fn latest_snapshot(&self, owner: &str, name: &str) -> Result<Option<Snapshot>> {
-        let mut all = self
+        let all = self
             .list_snapshots(SnapshotFilter::repo(owner, name))
             .await?;
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        Ok(all.into_iter().next())
+        Ok(all.into_iter().max_by_key(|s| s.created_at))
     }
 }
 

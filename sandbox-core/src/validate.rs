@@ -272,6 +272,30 @@ pub fn absolute_path(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// A path for a file operation inside a sandbox: absolute, or relative to `workdir`. Returns
+/// the absolute path, normalized (no `.` components, no repeated `/`). `..` components are
+/// rejected rather than resolved, so a path can never climb out of the directory it names.
+pub fn sandbox_path(field: &str, workdir: &str, path: &str) -> Result<String> {
+    check_len(field, path, 1, PATH_MAX_LEN)?;
+    no_nul(field, path)?;
+    if path.split('/').any(|c| c == "..") {
+        return fail(field, "must not contain a `..` component");
+    }
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", workdir.trim_end_matches('/'))
+    };
+    let parts: Vec<&str> = joined
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.is_empty() {
+        return fail(field, "must name a file, not `/`");
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
 /// A container image reference (`name[:tag][@digest]`): lowercase repository path, at most
 /// 255 characters, made of letters, digits and `._-/:@`.
 pub fn image_ref(field: &str, value: &str) -> Result<()> {
@@ -612,6 +636,22 @@ mod tests {
         absolute_path("f", "/a/b.c/..d").unwrap();
         for bad in ["", "workspace", "/a/../b", "/..", "/a\0"] {
             assert!(absolute_path("f", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sandbox_paths() {
+        assert_eq!(
+            sandbox_path("p", "/workspace", "a/b.txt").unwrap(),
+            "/workspace/a/b.txt"
+        );
+        assert_eq!(
+            sandbox_path("p", "/workspace/", "./a//b").unwrap(),
+            "/workspace/a/b"
+        );
+        assert_eq!(sandbox_path("p", "/workspace", "/tmp/x").unwrap(), "/tmp/x");
+        for bad in ["", "../etc/passwd", "a/../../b", "/a/..", "a\0b", "/", "//"] {
+            assert!(sandbox_path("path", "/workspace", bad).is_err(), "{bad:?}");
         }
     }
 
