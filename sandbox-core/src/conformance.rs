@@ -58,6 +58,9 @@ pub struct SuiteOptions {
     pub concurrency: usize,
     /// Deadline for one backend call in the checks (a hung call fails the check).
     pub call_timeout: Duration,
+    /// The network policy specs ask for (default `None`; a backend that cannot enforce
+    /// `None` is run with `Full`).
+    pub network: NetworkPolicy,
 }
 
 impl Default for SuiteOptions {
@@ -68,6 +71,7 @@ impl Default for SuiteOptions {
             expiry_grace: Duration::from_secs(20),
             concurrency: 16,
             call_timeout: Duration::from_secs(180),
+            network: NetworkPolicy::None,
         }
     }
 }
@@ -103,6 +107,12 @@ impl Suite {
     /// Sets how late expiry may be.
     pub fn expiry_grace(mut self, grace: Duration) -> Self {
         self.options.expiry_grace = grace;
+        self
+    }
+
+    /// Sets the network policy specs ask for.
+    pub fn network(mut self, network: NetworkPolicy) -> Self {
+        self.options.network = network;
         self
     }
 
@@ -207,6 +217,7 @@ impl Ctx {
     fn spec(&self) -> SandboxSpecBuilder {
         let mut b = SandboxSpec::builder(self.session())
             .label(RUN_LABEL, &self.run)
+            .network(self.options.network.clone())
             .timeout(Duration::from_secs(600));
         if let Some(image) = &self.options.image {
             b = b.image(image);
@@ -587,6 +598,7 @@ pub async fn warm_pool(suite: &Suite) {
         let key = format!("cf-{}", &crate::id::random_token()[..16]);
         let mut warm = WarmSpec::builder(key.as_str())
             .size(2)
+            .network(ctx.options.network.clone())
             .label(RUN_LABEL, &ctx.run);
         if let Some(image) = &ctx.options.image {
             warm = warm.image(image);
@@ -1004,6 +1016,9 @@ pub async fn bad_input_creates_nothing(suite: &Suite) {
                     443,
                 )])),
             ));
+        }
+        if !caps.network_none {
+            unsupported.push(("no network", b().network(NetworkPolicy::None)));
         }
         if !caps.network_full {
             unsupported.push(("full network", b().network(NetworkPolicy::Full)));
