@@ -18,6 +18,7 @@ mod event;
 mod exec;
 mod id;
 pub mod labels;
+pub mod layer;
 mod sandbox;
 mod secret;
 mod spec;
