@@ -1,5 +1,5 @@
 //! The conformance suite: public async checks that every backend's tests run, so that every
-//! backend honours the same contract (see [`SandboxBackend`]).
+//! backend honours the same contract (see [`SandboxBackend`](crate::SandboxBackend)).
 //!
 //! Each check creates what it needs with a unique `conformance-run` label, and ends by
 //! removing everything carrying that label (sandboxes, warm pools, snapshots) and then
@@ -7,7 +7,7 @@
 //! operation the backend's [`Capabilities`] lack assert that it returns
 //! [`Error::Unsupported`] instead.
 //!
-//! A backend's test file generates one test per check with [`conformance_tests!`]:
+//! A backend's test file generates one test per check with [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```no_run
 //! # mod backend { pub fn make() -> std::sync::Arc<sandbox_core::DynSandboxBackend> { unimplemented!() } }
