@@ -480,7 +480,8 @@ impl SandboxSpec {
     }
 
     /// The environment the sandbox gets, from the session settings (seed 003's table) and the
-    /// user's env and secrets, in a stable order. `restored` adds
+    /// user's env and secrets, in a stable order (`SESSION_CONFIG` only when the session has a
+    /// repository). `restored` adds
     /// `RESTORED_FROM_SNAPSHOT=true`. Every backend delivers exactly this.
     pub fn environment(&self, sandbox_id: &SandboxId, restored: bool) -> Environment {
         let s = &self.session;
@@ -502,7 +503,9 @@ impl SandboxSpec {
         }
         env.push("PROVIDER", &s.llm_provider, false);
         env.push("MODEL", &s.llm_model, false);
-        env.push("SESSION_CONFIG", &self.session_config_json(), false);
+        if let Some(config) = self.session_config_json() {
+            env.push("SESSION_CONFIG", &config, false);
+        }
         if restored {
             env.push("RESTORED_FROM_SNAPSHOT", "true", false);
         }
@@ -515,21 +518,24 @@ impl SandboxSpec {
         env
     }
 
-    /// `SESSION_CONFIG` as the seeds' bridge reads it.
-    fn session_config_json(&self) -> String {
+    /// `SESSION_CONFIG` as the seeds' bridge reads it; only for a session with a repository
+    /// (the bridge's config requires one).
+    fn session_config_json(&self) -> Option<String> {
         let s = &self.session;
-        let mut map = serde_json::Map::new();
-        map.insert("session_id".into(), s.session_id.as_str().into());
-        if let Some(repo) = &s.repo {
-            map.insert("repo_owner".into(), repo.owner().into());
-            map.insert("repo_name".into(), repo.name().into());
-            if let Some(branch) = repo.branch() {
-                map.insert("branch".into(), branch.into());
-            }
-        }
-        map.insert("provider".into(), s.llm_provider.clone().into());
-        map.insert("model".into(), s.llm_model.clone().into());
-        serde_json::Value::Object(map).to_string()
+        let repo = s.repo.as_ref()?;
+        let config = crate::wire::SessionConfig {
+            session_id: s.session_id.to_string(),
+            repo_owner: repo.owner().to_string(),
+            repo_name: repo.name().to_string(),
+            branch: repo.branch().map(str::to_string),
+            base_sha: None,
+            opencode_session_id: None,
+            provider: s.llm_provider.clone(),
+            model: s.llm_model.clone(),
+            git_user: None,
+        };
+        // Serializing a struct of strings cannot fail.
+        serde_json::to_string(&config).ok()
     }
 }
 
