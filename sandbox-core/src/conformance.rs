@@ -539,10 +539,21 @@ pub async fn create_exec_status(suite: &Suite) {
         let marker = ctx.sh(&sb.id, "cat sub/marker").await?;
         ensure!(marker == "yes\n", "per-exec env/workdir: marker {marker:?}");
 
-        expect_event(&mut events, &sb.id, EVENT_WAIT, "creating", |k| {
+        let created = expect_event(&mut events, &sb.id, EVENT_WAIT, "creating", |k| {
             *k == SandboxEventKind::Creating
         })
         .await?;
+        // Secrets never show in the backend's Debug, the sandbox, or events.
+        for (what, text) in [
+            ("the backend's Debug", format!("{:?}", ctx.b())),
+            ("the sandbox's Debug", format!("{sb:?}")),
+            ("an event", format!("{created:?}")),
+        ] {
+            ensure!(
+                !text.contains("conformance-token") && !text.contains("s3cr3t-value"),
+                "{what} shows a secret: {text}"
+            );
+        }
         expect_event(&mut events, &sb.id, EVENT_WAIT, "ready", |k| {
             *k == SandboxEventKind::Ready
         })
