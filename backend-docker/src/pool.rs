@@ -133,79 +133,113 @@ pub(crate) async fn warm(inner: &Arc<Inner>, spec: WarmSpec) -> Result<WarmStatu
             stale.push(l);
         }
     }
-    let (need, generation, extra) = {
-        let mut pools = inner.pools.lock();
-        let pool = pools.entry(key.clone()).or_insert_with(|| Pool {
-            spec: spec.clone(),
-            image: image.clone(),
-            fingerprint: fp.clone(),
-            target: 0,
-            idle: VecDeque::new(),
-            pending: 0,
-            generation: 0,
-            refills: JoinSet::new(),
-        });
-        let mut extra = Vec::new();
-        if pool.fingerprint != fp {
-            extra.extend(pool.idle.drain(..));
-            pool.generation += 1;
-            pool.fingerprint = fp.clone();
-            pool.image = image.clone();
-        }
-        pool.spec = spec.clone();
-        pool.target = spec.size();
-        for a in adoptable {
-            if !pool.idle.iter().any(|i| i.container_id == a.container_id) {
-                pool.idle.push_back(a);
+    let deadline = tokio::time::Instant::now() + inner.settings.ready_timeout;
+    loop {
+        let (need, generation, extra) = {
+            let mut pools = inner.pools.lock();
+            let pool = pools.entry(key.clone()).or_insert_with(|| Pool {
+                spec: spec.clone(),
+                image: image.clone(),
+                fingerprint: fp.clone(),
+                target: 0,
+                idle: VecDeque::new(),
+                pending: 0,
+                generation: 0,
+                refills: JoinSet::new(),
+            });
+            let mut extra = Vec::new();
+            if pool.fingerprint != fp {
+                extra.extend(pool.idle.drain(..));
+                pool.generation += 1;
+                pool.fingerprint = fp.clone();
+                pool.image = image.clone();
             }
+            pool.spec = spec.clone();
+            pool.target = spec.size();
+            for a in adoptable.drain(..) {
+                if !pool.idle.iter().any(|i| i.container_id == a.container_id) {
+                    pool.idle.push_back(a);
+                }
+            }
+            let target = pool.target as usize;
+            if pool.idle.len() > target {
+                extra.extend(pool.idle.drain(target..));
+            }
+            let have = pool.idle.len() as u32 + pool.pending;
+            let need = pool.target.saturating_sub(have);
+            pool.pending += need;
+            (need, pool.generation, extra)
+        };
+        let removals = stale.iter().map(|l| inner.destroy(l)).collect::<Vec<_>>();
+        for r in futures::future::join_all(removals).await {
+            r?;
         }
-        let target = pool.target as usize;
-        if pool.idle.len() > target {
-            extra.extend(pool.idle.drain(target..));
+        for e in &extra {
+            inner.remove_container(&e.container_id).await?;
         }
-        let have = pool.idle.len() as u32 + pool.pending;
-        let need = pool.target.saturating_sub(have);
-        pool.pending += need;
-        (need, pool.generation, extra)
-    };
-    let removals = stale.iter().map(|l| inner.destroy(l)).collect::<Vec<_>>();
-    for r in futures::future::join_all(removals).await {
-        r?;
-    }
-    for e in &extra {
-        inner.remove_container(&e.container_id).await?;
-    }
 
-    let made = futures::future::join_all(
-        (0..need).map(|_| create_pool_container(inner, &spec, &image, &fp)),
-    )
-    .await;
-    let mut first_error = None;
-    let mut discard = Vec::new();
-    {
-        let mut pools = inner.pools.lock();
-        let pool = pools.get_mut(&key);
-        match pool {
-            Some(pool) => {
-                for r in made {
-                    pool.pending = pool.pending.saturating_sub(1);
-                    match r {
-                        Ok(idle) if pool.generation == generation => pool.idle.push_back(idle),
-                        Ok(idle) => discard.push(idle),
-                        Err(e) => {
-                            first_error.get_or_insert(e);
+        let made = futures::future::join_all(
+            (0..need).map(|_| create_pool_container(inner, &spec, &image, &fp)),
+        )
+        .await;
+        let mut first_error = None;
+        let mut discard = Vec::new();
+        {
+            let mut pools = inner.pools.lock();
+            let pool = pools.get_mut(&key);
+            match pool {
+                Some(pool) => {
+                    for r in made {
+                        pool.pending = pool.pending.saturating_sub(1);
+                        match r {
+                            Ok(idle) if pool.generation == generation => pool.idle.push_back(idle),
+                            Ok(idle) => discard.push(idle),
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
                         }
                     }
                 }
+                None => discard.extend(made.into_iter().filter_map(Result::ok)),
             }
-            None => discard.extend(made.into_iter().filter_map(Result::ok)),
         }
-    }
-    for idle in discard {
-        inner.remove_container(&idle.container_id).await?;
-    }
-    if let Some(e) = first_error {
-        return Err(e);
+        for idle in discard {
+            inner.remove_container(&idle.container_id).await?;
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        // Refills in flight (after claims) count as coming: wait for them.
+        loop {
+            let (ready, pending, target) = {
+                let pools = inner.pools.lock();
+                pools
+                    .get(&key)
+                    .map_or((0, 0, 0), |p| (p.idle.len() as u32, p.pending, p.target))
+            };
+            if ready >= target {
+                break;
+            }
+            if pending == 0 {
+                // A refill failed: make the missing ones here.
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    operation: op,
+                    after: inner.settings.ready_timeout,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let full = inner
+            .pools
+            .lock()
+            .get(&key)
+            .is_none_or(|p| p.idle.len() as u32 >= p.target);
+        if full || tokio::time::Instant::now() >= deadline {
+            break;
+        }
     }
     let pools = inner.pools.lock();
     let (target, ready, starting) = pools
