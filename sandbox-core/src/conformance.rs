@@ -279,6 +279,7 @@ impl Ctx {
         let pools: Vec<WarmSpec> = self.pools.lock().expect("pool list lock").clone();
         for pool in pools {
             let empty = WarmSpec::builder(pool.template_key().as_str())
+                .network(pool.template().network().clone())
                 .size(0)
                 .build()
                 .expect("a size-0 pool spec is valid");
@@ -699,6 +700,7 @@ pub async fn warm_pool(suite: &Suite) {
         );
 
         let empty = WarmSpec::builder(key.as_str())
+            .network(ctx.options.network.clone())
             .size(0)
             .build()
             .step("warm spec")?;
