@@ -687,13 +687,13 @@ impl SandboxBackend for LocalBackend {
         self.inner.capabilities()
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", session_id = %spec.session_id()), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", session_id = %spec.session_id()), err(level = "debug"))]
     async fn create(&self, spec: SandboxSpec) -> Result<Sandbox> {
         self.capabilities().check_spec(KIND, &spec)?;
         self.inner.create(spec, None).await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", template_key = %spec.template_key()), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", template_key = %spec.template_key()), err(level = "debug"))]
     async fn warm(&self, spec: WarmSpec) -> Result<WarmStatus> {
         // Emptying a pool is always possible, whatever its template asks for.
         if spec.size() > 0 {
@@ -719,7 +719,7 @@ impl SandboxBackend for LocalBackend {
         self.inner.fill(&pool).await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err(level = "debug"))]
     async fn snapshot(&self, id: &SandboxId, options: SnapshotOptions) -> Result<Snapshot> {
         let meta = self.inner.live(id).await?;
         let snapshot_id = SnapshotId::generate();
@@ -751,7 +751,7 @@ impl SandboxBackend for LocalBackend {
         Ok(snap)
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", snapshot_id = %snapshot.id, session_id = %spec.session_id()), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", snapshot_id = %snapshot.id, session_id = %spec.session_id()), err(level = "debug"))]
     async fn restore(&self, snapshot: &SnapshotRef, spec: SandboxSpec) -> Result<Sandbox> {
         self.capabilities().check_spec(KIND, &spec)?;
         if let Some(existing) = self.inner.existing(spec.session_id()).await? {
@@ -767,12 +767,12 @@ impl SandboxBackend for LocalBackend {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err(level = "debug"))]
     async fn terminate(&self, id: &SandboxId) -> Result<()> {
         self.inner.terminate(id, TerminationReason::Requested).await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err(level = "debug"))]
     async fn status(&self, id: &SandboxId) -> Result<SandboxStatus> {
         let meta = self
             .inner
@@ -788,7 +788,7 @@ impl SandboxBackend for LocalBackend {
         Ok(meta.to_sandbox().status)
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err(level = "debug"))]
     async fn exec(&self, id: &SandboxId, request: ExecRequest) -> Result<ExecStream> {
         self.capabilities().check_exec(KIND, &request)?;
         let meta = self.inner.live(id).await?;
@@ -812,7 +812,7 @@ impl SandboxBackend for LocalBackend {
             .await
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err(level = "debug"))]
     async fn read_file(&self, id: &SandboxId, path: &str) -> Result<Bytes> {
         let meta = self.inner.live(id).await?;
         let (ws, path) = (self.inner.store.workspace(id), path.to_string());
@@ -821,7 +821,7 @@ impl SandboxBackend for LocalBackend {
             .map_err(|e| Error::backend_with_source(KIND, "read task failed", e))?
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", sandbox_id = %id), err(level = "debug"))]
     async fn write_file(&self, id: &SandboxId, path: &str, contents: Bytes) -> Result<()> {
         let meta = self.inner.live(id).await?;
         let (ws, path) = (self.inner.store.workspace(id), path.to_string());
@@ -830,7 +830,7 @@ impl SandboxBackend for LocalBackend {
             .map_err(|e| Error::backend_with_source(KIND, "write task failed", e))?
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local"), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local"), err(level = "debug"))]
     async fn list(&self, filter: ListFilter) -> Result<Vec<Sandbox>> {
         let now = SystemTime::now();
         let mut out = Vec::new();
@@ -854,17 +854,17 @@ impl SandboxBackend for LocalBackend {
         Ok(out)
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local"), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local"), err(level = "debug"))]
     async fn list_snapshots(&self, filter: SnapshotFilter) -> Result<Vec<Snapshot>> {
         snapshot::list(&self.inner.store, &filter)
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local", snapshot_id = %id), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local", snapshot_id = %id), err(level = "debug"))]
     async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         snapshot::delete(&self.inner.store, id.as_str())
     }
 
-    #[tracing::instrument(skip_all, fields(backend = "local"), err)]
+    #[tracing::instrument(skip_all, fields(backend = "local"), err(level = "debug"))]
     async fn reap_expired(&self) -> Result<Vec<SandboxId>> {
         self.inner.reap().await
     }
