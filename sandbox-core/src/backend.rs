@@ -127,8 +127,8 @@ impl fmt::Display for Operation {
 /// One sandbox provider. Object safe: use it as `Box<dyn SandboxBackend>` /
 /// [`DynSandboxBackend`], chosen at runtime from config.
 ///
-/// The semantics every implementation honours (the [conformance suite](crate::conformance)
-/// checks each):
+/// The semantics every implementation honours (the conformance suite, module `conformance`
+/// behind the feature of that name, checks each):
 /// - `create` rejects what the backend cannot do ([`Capabilities::check_spec`]) before any side
 ///   effect; it returns when the sandbox is ready for exec, or fails and leaves nothing
 ///   behind. Creating again for a session id that has a live sandbox returns that sandbox
