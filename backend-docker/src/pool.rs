@@ -401,19 +401,24 @@ pub(crate) async fn claim(inner: &Arc<Inner>, spec: &SandboxSpec) -> Result<Opti
             if !pool.spec.matches(spec) {
                 return Ok(None);
             }
-            let idle = pool.idle.pop_front();
-            while pool.refills.try_join_next().is_some() {}
-            let generation = pool.generation;
-            pool.refills
-                .spawn(refill(inner.clone(), key.clone(), generation));
-            idle
+            pool.idle.pop_front()
         };
         let Some(idle) = idle else {
+            spawn_refill(inner, key);
             return Ok(None);
         };
+        // Refills start only after the claim: a container starting during the claim would
+        // slow it down (the daemon is busy with the start), and the claim is what the caller
+        // waits for.
         match try_claim(inner, spec, &idle).await {
-            Ok(Claim::Claimed(sb)) => return Ok(Some(*sb)),
-            Ok(Claim::Lost) => continue,
+            Ok(Claim::Claimed(sb)) => {
+                spawn_refill(inner, key);
+                return Ok(Some(*sb));
+            }
+            Ok(Claim::Lost) => {
+                spawn_refill(inner, key);
+                continue;
+            }
             Ok(Claim::SessionTaken) => {
                 let mut pools = inner.pools.lock();
                 if let Some(pool) = pools.get_mut(key) {
@@ -422,10 +427,22 @@ pub(crate) async fn claim(inner: &Arc<Inner>, spec: &SandboxSpec) -> Result<Opti
                 return Ok(None);
             }
             Err(e) => {
+                spawn_refill(inner, key);
                 tracing::warn!(container = %idle.name, error = %e, "claiming a warm container failed; trying the next");
                 continue;
             }
         }
+    }
+}
+
+/// Starts one refill of the pool (it stops at once if the pool is full).
+fn spawn_refill(inner: &Arc<Inner>, key: &TemplateKey) {
+    let mut pools = inner.pools.lock();
+    if let Some(pool) = pools.get_mut(key) {
+        while pool.refills.try_join_next().is_some() {}
+        let generation = pool.generation;
+        pool.refills
+            .spawn(refill(inner.clone(), key.clone(), generation));
     }
 }
 
