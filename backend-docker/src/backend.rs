@@ -29,7 +29,9 @@ use crate::convert::{
     managed_filter, session_container_name,
 };
 use crate::error::{Api, DockerError, Target, status_of};
+use crate::exec::ExecGates;
 use crate::pool::Pools;
+use crate::runner::{NotStarted, Spares};
 
 const KIND: BackendKind = BackendKind::Docker;
 
@@ -68,6 +70,10 @@ pub(crate) struct Inner {
     located: Mutex<HashMap<SandboxId, Located>>,
     session_locks: Mutex<HashMap<SessionId, Weak<tokio::sync::Mutex<()>>>>,
     pub pools: Pools,
+    /// Spare exec sessions, per container (see [`crate::runner`]).
+    pub runners: Spares,
+    /// Exec starts against paused commits, per container (see [`crate::exec`]).
+    pub exec_gates: ExecGates,
 }
 
 /// A sandbox backend running each sandbox as a container on a Docker daemon.
@@ -159,6 +165,8 @@ impl DockerBackendBuilder {
             located: Mutex::default(),
             session_locks: Mutex::default(),
             pools: Pools::default(),
+            runners: Spares::default(),
+            exec_gates: ExecGates::default(),
         });
         let reaper = inner
             .settings
@@ -608,18 +616,20 @@ impl Inner {
         let deadline = Instant::now() + self.settings.ready_timeout;
         let mut last = None;
         while Instant::now() < deadline {
-            match crate::exec::run_simple(self, operation, container, &["sh", "-c", ":"], None)
-                .await
-            {
-                Ok(out) if out.code == Some(0) => return Ok(()),
-                Ok(out) => {
+            // The check is a runner (see `crate::runner`): once it reports, exec works, and it
+            // stays as the sandbox's spare, so the first exec is fast too.
+            match crate::runner::start(self, operation, container).await {
+                Ok(runner) => {
+                    self.runners.put(container, runner);
+                    return Ok(());
+                }
+                Err(NotStarted::Ended(code, stderr)) => {
                     last = Some(format!(
-                        "readiness check exited with {:?}: {}",
-                        out.code,
-                        String::from_utf8_lossy(&out.stderr).trim()
+                        "readiness check exited with {code:?}: {}",
+                        String::from_utf8_lossy(&stderr).trim()
                     ))
                 }
-                Err(Error::Conflict { message }) => {
+                Err(NotStarted::Error(Error::Conflict { message })) => {
                     // Not running: it will not become ready by waiting.
                     let state = self.container_state(operation, container).await;
                     return Err(Error::backend(
@@ -630,7 +640,7 @@ impl Inner {
                         ),
                     ));
                 }
-                Err(e) => return Err(e),
+                Err(NotStarted::Error(e)) => return Err(e),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -667,6 +677,8 @@ impl Inner {
     /// Stops (short grace) and removes a container and its anonymous volumes. Gone already
     /// is fine.
     pub(crate) async fn remove_container(&self, container: &str) -> Result<()> {
+        self.runners.remove(container);
+        self.exec_gates.remove(container);
         let op = Operation::Terminate;
         let stop = StopContainerOptions {
             t: Some(STOP_GRACE.as_secs() as i32),

@@ -1,5 +1,6 @@
 //! `exec` through Docker's exec API: create, start attached (output streamed as the daemon
-//! sends it), exit code from inspect.
+//! sends it), exit code from inspect. Most requests skip the start: they run on the sandbox's
+//! spare runner, an exec started ahead (see [`crate::runner`]).
 //!
 //! # Timeouts kill the command
 //! Docker's exec API has no way to kill an exec. A request with a timeout therefore runs its
@@ -10,7 +11,19 @@
 //! group, so when the deadline passes the backend runs a second exec,
 //! `sh -c 'kill -s KILL -"$1"' sh <pid>`, as root (the sandbox keeps `CAP_KILL` for this),
 //! which kills the command and everything it started, and then reports
-//! [`ExitStatus::TimedOut`]. Requests without a timeout run their argv directly.
+//! [`ExitStatus::TimedOut`]. Requests without a timeout run their argv directly. On a spare
+//! runner the pid is the runner's own (it reported it when it started), so no wrapper is
+//! needed there.
+//!
+//! # Exec starts never overlap a paused commit
+//! A Docker exec whose start (`runc exec`) is under way when the container is frozen never
+//! finishes starting, and the daemon then cannot unpause: the container stays paused and
+//! both calls hang (reproduced on Docker 20.10 by racing `docker exec` with `docker commit`;
+//! writing `THAWED` to the container's freezer cgroup releases it). So each container has a
+//! gate ([`ExecGates`]): every exec this backend starts holds it shared from `create_exec`
+//! until its process is known to run (the daemon reports its pid, or the runner's first
+//! line), and a snapshot holds it exclusively for its commit. Commands already running are
+//! not affected: they are frozen with the container and resume after the commit.
 //!
 //! # Session settings of claimed warm sandboxes
 //! Docker fixes a container's environment at creation, so a warm container claimed by a
@@ -18,6 +31,7 @@
 //! request's env). It is cached per sandbox and read back from the session file in the
 //! container (see [`crate::pool`]) by a new backend instance.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,10 +45,11 @@ use sandbox_core::{
     SandboxId,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock, mpsc};
 
 use crate::backend::{Inner, Located};
 use crate::error::{DockerError, Target, status_of};
+use crate::runner::{self, Spares};
 
 const KIND: BackendKind = BackendKind::Docker;
 /// Items buffered between the task reading the daemon and the caller.
@@ -46,7 +61,7 @@ const KILL_GROUP: &str = "kill -s KILL -\"$1\"";
 /// How long to wait for the daemon to record the exit code after the output ended.
 const EXIT_CODE_WAIT: Duration = Duration::from_secs(2);
 
-type Output = std::pin::Pin<
+pub(crate) type Output = std::pin::Pin<
     Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>,
 >;
 
@@ -56,7 +71,7 @@ pub(crate) struct SimpleOutput {
     pub stderr: Vec<u8>,
 }
 
-fn exec_config(
+pub(crate) fn exec_config(
     argv: Vec<String>,
     env: Vec<String>,
     user: Option<String>,
@@ -76,19 +91,89 @@ fn exec_config(
     }
 }
 
+/// Per container: exec starts (shared) against paused commits (exclusive). See the module
+/// docs.
+#[derive(Default)]
+pub(crate) struct ExecGates {
+    gates: std::sync::Mutex<HashMap<String, Arc<RwLock<()>>>>,
+}
+
+/// Held while an exec is starting: a paused commit of its container waits for it.
+pub(crate) type Starting = OwnedRwLockReadGuard<()>;
+
+impl ExecGates {
+    fn gate(&self, container: &str) -> Arc<RwLock<()>> {
+        self.gates
+            .lock()
+            .expect("exec gates lock")
+            .entry(container.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Waits until no paused commit of the container is running.
+    pub(crate) async fn starting(&self, container: &str) -> Starting {
+        self.gate(container).read_owned().await
+    }
+
+    /// Waits until no exec of the container is starting, and keeps new ones from starting.
+    pub(crate) async fn pausing(&self, container: &str) -> OwnedRwLockWriteGuard<()> {
+        self.gate(container).write_owned().await
+    }
+
+    /// Forgets a container (it is being removed).
+    pub(crate) fn remove(&self, container: &str) {
+        self.gates
+            .lock()
+            .expect("exec gates lock")
+            .remove(container);
+    }
+}
+
+/// An exec the daemon started (its process may still be starting: see `starting`).
+pub(crate) struct Started {
+    pub id: String,
+    pub output: Output,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    /// Drop once the process is known to run.
+    pub starting: Starting,
+}
+
+/// Releases `starting` once the daemon reports the exec's pid (it sets it when the process
+/// started) or its exit, in the background. A daemon error or the API deadline releases it
+/// too: a start that hangs that long is not one a commit would make worse.
+pub(crate) fn release_when_running(inner: &Arc<Inner>, exec_id: String, starting: Starting) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let poll = async {
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match inner.docker().inspect_exec(&exec_id).await {
+                    Ok(info) if info.pid.is_some_and(|p| p > 0) || info.exit_code.is_some() => {
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        };
+        let _ = tokio::time::timeout(inner.api.timeout, poll).await;
+        drop(starting);
+    });
+}
+
 /// Creates and starts an exec; maps "container gone" to `NotFound` and "not running" to
-/// `Conflict`.
-async fn start(
+/// `Conflict`. Waits for a paused commit of the container to end first.
+pub(crate) async fn start(
     inner: &Inner,
     operation: Operation,
     container: &str,
     sandbox: &str,
     config: ExecConfig,
-) -> Result<(
-    String,
-    Output,
-    std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-)> {
+) -> Result<Started> {
+    let starting = inner.exec_gates.starting(container).await;
     let created = match inner
         .api
         .call_raw(operation, inner.docker().create_exec(container, config))
@@ -116,7 +201,12 @@ async fn start(
         )
         .await?
     {
-        StartExecResults::Attached { output, input } => Ok((created, output, input)),
+        StartExecResults::Attached { output, input } => Ok(Started {
+            id: created,
+            output,
+            input,
+            starting,
+        }),
         StartExecResults::Detached => Err(Error::backend(
             KIND,
             "the daemon started an attached exec detached",
@@ -125,7 +215,11 @@ async fn start(
 }
 
 /// The exit code of a finished exec; the daemon may need a moment to record it.
-async fn exit_code(inner: &Inner, operation: Operation, exec_id: &str) -> Result<Option<i64>> {
+pub(crate) async fn exit_code(
+    inner: &Inner,
+    operation: Operation,
+    exec_id: &str,
+) -> Result<Option<i64>> {
     let deadline = tokio::time::Instant::now() + EXIT_CODE_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
@@ -165,8 +259,13 @@ pub(crate) async fn run_simple(
         false,
     );
     let run = async {
-        let (exec_id, mut output, _input) =
-            start(inner, operation, container, container, config).await?;
+        // Short commands: the gate is held until they end.
+        let Started {
+            id: exec_id,
+            mut output,
+            starting: _starting,
+            ..
+        } = start(inner, operation, container, container, config).await?;
         let mut stderr = Vec::new();
         while let Some(item) = output.next().await {
             if let LogOutput::StdErr { message } =
@@ -243,6 +342,37 @@ pub(crate) async fn exec(
     };
     env.extend(request.env().iter().map(|(k, v)| format!("{k}={v}")));
     let timeout = request.timeout();
+    let started = tokio::time::Instant::now();
+    let stdin = request.stdin().cloned();
+    if request.user().is_none() {
+        let spare = inner.runners.take(&located.container_id);
+        if let Some(runner) = spare.filter(|r| r.can_run(&env, request.argv())) {
+            let message = runner::request(request.workdir(), &env, request.argv());
+            if let Some(running) = runner.run(inner, &message, stdin.is_none()).await? {
+                tracing::debug!(pid = running.pid, "exec on the sandbox's spare runner");
+                let (tx, rx) = mpsc::channel(CHANNEL);
+                let pump = Pump {
+                    inner: inner.clone(),
+                    exec_id: running.exec_id,
+                    container: located.container_id,
+                    deadline: timeout.map(|t| started + t),
+                    pid: Some(PidLine::known(running.pid)),
+                    refill: true,
+                    tx,
+                };
+                return Ok(pump.spawn(
+                    rx,
+                    running.output,
+                    running.input,
+                    stdin,
+                    [running.stdout, running.stderr],
+                ));
+            }
+            // The spare died before it took the request: nothing ran; the plain path
+            // reports why (the sandbox stopped, was removed, ...).
+        }
+    }
+    tracing::debug!("exec through a new Docker exec");
     let mut argv = Vec::with_capacity(request.argv().len() + 4);
     if timeout.is_some() {
         argv.extend(["sh", "-c", WRAPPER, WRAPPER_NAME].map(String::from));
@@ -253,10 +383,9 @@ pub(crate) async fn exec(
         env,
         request.user().map(str::to_string),
         request.workdir().map(str::to_string),
-        request.stdin().is_some(),
+        stdin.is_some(),
     );
-    let started = tokio::time::Instant::now();
-    let (exec_id, output, input) = match start(
+    let started_exec = match start(
         inner,
         Operation::Exec,
         &located.container_id,
@@ -273,20 +402,24 @@ pub(crate) async fn exec(
             return Err(e);
         }
     };
+    let Started {
+        id: exec_id,
+        output,
+        input,
+        starting,
+    } = started_exec;
+    release_when_running(inner, exec_id.clone(), starting);
     let (tx, rx) = mpsc::channel(CHANNEL);
     let pump = Pump {
         inner: inner.clone(),
         exec_id,
         container: located.container_id,
         deadline: timeout.map(|t| started + t),
+        pid: timeout.map(|_| PidLine::default()),
+        refill: request.user().is_none(),
         tx,
     };
-    let stdin = request.stdin().cloned();
-    tokio::spawn(pump.run(output, input, stdin));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    Ok(ExecStream::new(KIND, stream.boxed()))
+    Ok(pump.spawn(rx, output, input, stdin, [Bytes::new(), Bytes::new()]))
 }
 
 /// Moves one exec's output from the daemon to the caller, and enforces its timeout.
@@ -295,6 +428,12 @@ struct Pump {
     exec_id: String,
     container: String,
     deadline: Option<tokio::time::Instant>,
+    /// The process group to kill at the deadline: known, or read from the wrapper's line.
+    pid: Option<PidLine>,
+    /// Start the container's next spare runner once the command has ended. Not before: the
+    /// daemon serializes exec starts and inspects per container, so a spare starting during
+    /// a short command would delay its end by a whole exec start.
+    refill: bool,
     tx: mpsc::Sender<Result<ExecEvent>>,
 }
 
@@ -306,6 +445,14 @@ struct PidLine {
 }
 
 impl PidLine {
+    /// A pid known already: stderr passes through untouched.
+    fn known(pid: u32) -> Self {
+        PidLine {
+            buf: BytesMut::new(),
+            pid: Some(pid),
+        }
+    }
+
     /// Feeds stderr bytes; returns the bytes that belong to the command.
     fn feed(&mut self, chunk: Bytes) -> Bytes {
         if self.pid.is_some() {
@@ -333,16 +480,55 @@ impl PidLine {
 }
 
 impl Pump {
+    /// Runs the pump in the background; the stream ends with the exit status. `early`: the
+    /// command's stdout and stderr read already.
+    fn spawn(
+        self,
+        rx: mpsc::Receiver<Result<ExecEvent>>,
+        output: Output,
+        input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+        stdin: Option<Bytes>,
+        early: [Bytes; 2],
+    ) -> ExecStream {
+        tokio::spawn(self.run(output, input, stdin, early));
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        ExecStream::new(KIND, stream.boxed())
+    }
+
     async fn send(&self, item: Result<ExecEvent>) -> bool {
         self.tx.send(item).await.is_ok()
     }
 
     async fn run(
         self,
+        output: Output,
+        input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+        stdin: Option<Bytes>,
+        early: [Bytes; 2],
+    ) {
+        let (inner, container, refill) = (self.inner.clone(), self.container.clone(), self.refill);
+        self.pump(output, input, stdin, early).await;
+        if refill {
+            Spares::refill(&inner, &container);
+        }
+    }
+
+    async fn pump(
+        mut self,
         mut output: Output,
         mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
         stdin: Option<Bytes>,
+        [stdout, stderr]: [Bytes; 2],
     ) {
+        for event in [ExecEvent::Stdout(stdout), ExecEvent::Stderr(stderr)] {
+            let empty =
+                matches!(&event, ExecEvent::Stdout(b) | ExecEvent::Stderr(b) if b.is_empty());
+            if !empty && !self.send(Ok(event)).await {
+                return;
+            }
+        }
         // Feed stdin concurrently with reading, so a command that writes before it reads
         // cannot deadlock against us.
         let writer = stdin.map(|data| {
@@ -354,7 +540,7 @@ impl Pump {
                 let _ = input.shutdown().await;
             })
         });
-        let mut pid = self.deadline.map(|_| PidLine::default());
+        let mut pid = self.pid.take();
         let timed_out = loop {
             let next = async {
                 match self.deadline {

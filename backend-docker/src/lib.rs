@@ -8,6 +8,7 @@ mod exec;
 mod files;
 mod pool;
 mod reaper;
+mod runner;
 mod snapshot;
 
 pub use backend::{DockerBackend, DockerBackendBuilder, ReapedOrphans};

@@ -4,7 +4,9 @@
 //!
 //! The commit runs with `pause=true`: the daemon freezes the container for the duration of the
 //! commit, so the filesystem is captured at one instant, and unpauses it afterwards whatever
-//! the outcome (the daemon's own deferred unpause). The image's environment has every variable
+//! the outcome (the daemon's own deferred unpause). Execs of this backend do not start during
+//! the commit (see `crate::exec`: an exec starting in a paused container hangs the daemon).
+//! The image's environment has every variable
 //! the sandbox got beyond the image's own set to the empty string: a snapshot never carries
 //! the session's token or secrets (Docker would otherwise copy the container's `Env` into the
 //! image). The session file of a claimed warm sandbox lives in a volume, which commits skip.
@@ -109,11 +111,15 @@ pub(crate) async fn snapshot(
         ..Default::default()
     };
     let image = snapshot_image(&snapshot_id);
-    match inner
+    // No exec of ours may be starting while the daemon pauses the container (see
+    // `crate::exec`): wait for those under way, hold new ones back until the commit ends.
+    let pausing = inner.exec_gates.pausing(&listed.container_id).await;
+    let committed = inner
         .api
         .call_raw(op, inner.docker().commit_container(commit, config))
-        .await
-    {
+        .await;
+    drop(pausing);
+    match committed {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return Err(inner.api.map(op, Target::Sandbox(id.as_str()), e)),
         Err(timeout) => {

@@ -711,3 +711,391 @@ async fn secrets_never_show_in_debug_errors_or_logs() {
     }
     assert_nothing_left(&backend, &run).await;
 }
+
+/// Installs a subscriber capturing this crate's debug lines for the current thread.
+fn capture_debug() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("sandbox_backend_docker=debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+impl Captured {
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(needle)
+            .count()
+    }
+}
+
+const ON_SPARE: &str = "exec on the sandbox's spare runner";
+const ON_PLAIN: &str = "exec through a new Docker exec";
+
+/// Time for the background refill of a spare runner (one Docker exec start) to finish.
+const REFILL: Duration = Duration::from_millis(700);
+
+#[tokio::test]
+async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
+    let (logs, _guard) = capture_debug();
+    let Some(backend) = common::backend().await else {
+        return;
+    };
+    let run = run_id();
+    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
+    let tricky = [
+        "",
+        "@",
+        "@n@a",
+        "two\nlines\n",
+        "  padded  ",
+        "$(touch /tmp/pwned) `id` $HOME ${x:-y}; | & > < * ? [a] ' \" \\ \\n",
+        "ünïcødé ✓",
+    ];
+    let mut printf = vec!["printf", "[%s]"];
+    printf.extend(tricky);
+    let cases: Vec<(&str, sandbox_core::ExecRequestBuilder)> = vec![
+        ("argv", ExecRequest::builder(printf.clone())),
+        (
+            "env",
+            ExecRequest::builder([
+                "sh",
+                "-c",
+                "printf '[%s][%s]' \"$A\" \"$B\"; env | grep -c '^A='",
+            ])
+            .env("A", tricky[5])
+            .env("B", "x\ny@n"),
+        ),
+        (
+            "stdin",
+            ExecRequest::builder(["sh", "-c", "cat; echo; cat /dev/stdin | wc -c"]).stdin(
+                bytes::Bytes::from_static(b"go\n2\nenv\n--\nnot a request @n\x00\xff"),
+            ),
+        ),
+        ("workdir", ExecRequest::builder(["pwd"]).workdir("/tmp")),
+        (
+            "exit code and stderr",
+            ExecRequest::builder(["sh", "-c", "echo out; echo err >&2; exit 7"]),
+        ),
+        (
+            "large output",
+            ExecRequest::builder([
+                "sh",
+                "-c",
+                "head -c 300000 /dev/zero | tr '\\0' x; echo; head -c 5000 /dev/zero >&2",
+            ]),
+        ),
+        (
+            "no stdin",
+            ExecRequest::builder(["sh", "-c", "cat | wc -c"]),
+        ),
+    ];
+    for (name, builder) in cases {
+        let plain = backend
+            .exec_output(&sb.id, builder.clone().user("0").build().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(REFILL).await;
+        let before = logs.count(ON_SPARE);
+        let spare = backend
+            .exec_output(&sb.id, builder.build().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            logs.count(ON_SPARE),
+            before + 1,
+            "{name}: the spare was not used"
+        );
+        assert_eq!(spare, plain, "{name}");
+    }
+    // The shell never interpreted anything: no file was created by the tricky argument.
+    let out = backend
+        .exec_output(&sb.id, ExecRequest::new(["ls", "/tmp/pwned"]).unwrap())
+        .await
+        .unwrap();
+    assert!(!out.success(), "a value was interpreted by a shell");
+
+    // Failures to start: Docker's exit code 126 on both paths, naming what failed.
+    for (name, builder, needle) in [
+        (
+            "missing command",
+            ExecRequest::builder(["no-such-command-x"]),
+            "no-such-command-x",
+        ),
+        (
+            "missing workdir",
+            ExecRequest::builder(["true"]).workdir("/no/such/dir"),
+            "/no/such/dir",
+        ),
+    ] {
+        let plain = backend
+            .exec_output(&sb.id, builder.clone().user("0").build().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(REFILL).await;
+        let spare = backend
+            .exec_output(&sb.id, builder.build().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(plain.status.code(), Some(126), "{name}: {plain:?}");
+        assert_eq!(spare.status.code(), Some(126), "{name}: {spare:?}");
+        for out in [&plain, &spare] {
+            let text = format!("{}{}", out.stdout_str(), out.stderr_str());
+            assert!(text.contains(needle), "{name}: {text:?}");
+        }
+    }
+    backend.terminate(&sb.id).await.unwrap();
+    assert_nothing_left(&backend, &run).await;
+}
+
+#[tokio::test]
+async fn concurrent_and_back_to_back_execs_get_their_own_output() {
+    let (logs, _guard) = capture_debug();
+    let Some(backend) = common::backend().await else {
+        return;
+    };
+    let run = run_id();
+    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
+    for i in 0..30 {
+        let out = backend
+            .exec_output(&sb.id, ExecRequest::new(["echo", &i.to_string()]).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_str(), format!("{i}\n"));
+        assert!(out.stderr.is_empty(), "{out:?}");
+    }
+    let outs = futures::future::join_all((0..24).map(|i| {
+        let backend = &backend;
+        let id = sb.id.clone();
+        async move {
+            let req = ExecRequest::builder(["sh", "-c", "echo $I; echo e$I >&2"])
+                .env("I", i.to_string())
+                .build()
+                .unwrap();
+            (i, backend.exec_output(&id, req).await.unwrap())
+        }
+    }))
+    .await;
+    for (i, out) in outs {
+        assert!(out.success(), "{out:?}");
+        assert_eq!(out.stdout_str(), format!("{i}\n"));
+        assert_eq!(out.stderr_str(), format!("e{i}\n"));
+    }
+    assert!(logs.count(ON_SPARE) >= 1, "no exec used a spare");
+    assert!(logs.count(ON_PLAIN) >= 1, "no exec found the spare taken");
+    backend.terminate(&sb.id).await.unwrap();
+    assert_nothing_left(&backend, &run).await;
+}
+
+#[tokio::test]
+async fn a_spare_runner_that_died_falls_back_and_timeouts_kill_on_both_paths() {
+    let (logs, _guard) = capture_debug();
+    let Some(backend) = common::backend().await else {
+        return;
+    };
+    let run = run_id();
+    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
+    // Kill the spare from inside (as another exec would), without matching this killer's own
+    // command line.
+    let killer = ExecRequest::builder([
+        "sh",
+        "-c",
+        "n=sandbox-; n=${n}runner; for p in /proc/[0-9]*; do \
+         case \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" in *\" $n \") kill -9 ${p#/proc/} && echo killed;; esac; done",
+    ])
+    .user("0")
+    .build()
+    .unwrap();
+    let out = backend.exec_output(&sb.id, killer).await.unwrap();
+    assert_eq!(out.stdout_str(), "killed\n", "{out:?}");
+    let plain_before = logs.count(ON_PLAIN);
+    let out = backend
+        .exec_output(&sb.id, ExecRequest::new(["echo", "after"]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "after\n");
+    assert!(
+        logs.count(ON_PLAIN) > plain_before,
+        "the dead spare was used"
+    );
+
+    for user in [None, Some("0")] {
+        tokio::time::sleep(REFILL).await;
+        let mut req = ExecRequest::builder(["sh", "-c", "sleep 4321 & sleep 4321; echo never"])
+            .timeout(Duration::from_millis(800));
+        if let Some(u) = user {
+            req = req.user(u);
+        }
+        let out = backend
+            .exec_output(&sb.id, req.build().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status,
+            sandbox_core::ExitStatus::TimedOut,
+            "{user:?}: {out:?}"
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{user:?}: the pid line leaked: {out:?}"
+        );
+        let left = backend
+            .exec_output(
+                &sb.id,
+                ExecRequest::new(["sh", "-c", "ps -o args | grep -c '^sleep 4321' || true"])
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            left.stdout_str().trim(),
+            "0",
+            "{user:?}: the command's group survived"
+        );
+    }
+    backend.terminate(&sb.id).await.unwrap();
+    assert_nothing_left(&backend, &run).await;
+}
+
+/// Thaws a container frozen by a hung paused commit (cgroup v1 or v2), so the daemon recovers
+/// and the test can clean up after reporting the hang.
+fn thaw(container: &str) {
+    for (path, value) in [
+        (
+            format!("/sys/fs/cgroup/freezer/docker/{container}/freezer.state"),
+            "THAWED",
+        ),
+        (
+            format!("/sys/fs/cgroup/system.slice/docker-{container}.scope/cgroup.freeze"),
+            "0",
+        ),
+        (
+            format!("/sys/fs/cgroup/docker/{container}/cgroup.freeze"),
+            "0",
+        ),
+    ] {
+        let _ = std::fs::write(path, value);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_taken_while_execs_start_never_hang_the_daemon() {
+    // An exec starting while the daemon pauses the container for a commit hangs both: the
+    // backend keeps its own exec starts (plain, spare refills, kills) out of the commit.
+    let Some(backend) = common::backend().await else {
+        return;
+    };
+    let backend = Arc::new(backend);
+    let run = run_id();
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .saturating_sub(1)
+        .to_string();
+    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
+    let container = sb.provider_id.clone().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let (backend, id, stop) = (backend.clone(), sb.id.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Both paths: a user forces a new Docker exec, none may use the spare.
+                    let mut req = ExecRequest::builder(["echo", "x"]);
+                    if (n + w).is_multiple_of(2) {
+                        req = req.user("0");
+                    }
+                    match backend.exec_output(&id, req.build().unwrap()).await {
+                        Ok(out) if out.stdout_str() == "x\n" => n += 1,
+                        Ok(out) => return Err(format!("exec {n} printed {out:?}")),
+                        Err(e) => return Err(format!("exec {n} failed: {e:?}")),
+                    }
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut snaps = Vec::new();
+    let mut failures = Vec::new();
+    for i in 0..10 {
+        let taken = tokio::time::timeout(
+            Duration::from_secs(30),
+            backend.snapshot(
+                &sb.id,
+                SnapshotOptions::new().label(TEST_LABEL, &run).unwrap(),
+            ),
+        )
+        .await;
+        match taken {
+            Ok(Ok(snap)) => snaps.push(snap),
+            Ok(Err(e)) => {
+                failures.push(format!("snapshot {i} failed: {e:?}"));
+                break;
+            }
+            Err(_) => {
+                // Recover the daemon before anything else can reach the container.
+                thaw(&container);
+                failures.push(format!("snapshot {i} hung with execs starting"));
+                break;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut execs = 0;
+    for w in workers {
+        match tokio::time::timeout(Duration::from_secs(30), w).await {
+            Ok(Ok(Ok(n))) => execs += n,
+            Ok(Ok(Err(e))) => failures.push(e),
+            Ok(Err(e)) => failures.push(format!("exec worker panicked: {e}")),
+            Err(_) => failures.push("an exec hung".to_string()),
+        }
+    }
+    if !failures.is_empty() {
+        let failure = failures.join("\n");
+        // What the daemon did to the container, for the report.
+        let history = std::process::Command::new("docker")
+            .args(["events", "--since", &since, "--until", "0s"])
+            .args(["--filter", &format!("container={container}")])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        // Remove what the run made, whatever state the daemon is in, then report.
+        let docker = backend.docker();
+        let force = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        let _ = docker.remove_container(&container, Some(force)).await;
+        let label = format!("sandbox.rs/label.{TEST_LABEL}={run}");
+        let filters = HashMap::from([("label".to_string(), vec![label])]);
+        let images = docker
+            .list_images(Some(ListImagesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .unwrap_or_default();
+        for image in images {
+            let _ = docker
+                .remove_image(
+                    &image.id,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
+        panic!("{failure}\ncontainer events:\n{history}");
+    }
+    assert!(execs >= 10, "only {execs} execs ran during the snapshots");
+    backend.terminate(&sb.id).await.unwrap();
+    for snap in snaps {
+        backend.delete_snapshot(&snap.id).await.unwrap();
+    }
+    assert_nothing_left(&backend, &run).await;
+}
