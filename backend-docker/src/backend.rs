@@ -205,10 +205,11 @@ impl DockerBackend {
 
     /// Removes what this library left behind that no live sandbox owns, and returns what was
     /// removed: stopped or dead sandbox containers (killed outside the library, or whose
-    /// removal was interrupted), warm-pool claims that were interrupted (older than the API
-    /// deadline, so a claim in progress in another process is left alone), claim volumes whose
-    /// container is gone, and snapshot images that were deleted while a sandbox still used
-    /// them, once unused.
+    /// removal was interrupted), warm-pool claims that were interrupted, claim volumes whose
+    /// container is gone, and untagged snapshot images (deleted while a sandbox still used
+    /// them, or left by a failed commit) once unused. Claims and images younger than twice
+    /// the API deadline are left alone: they may be a claim or a commit in progress, here or
+    /// in another process.
     pub async fn reap_orphans(&self) -> Result<ReapedOrphans> {
         crate::reaper::reap_orphans(&self.inner).await
     }

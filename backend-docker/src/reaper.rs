@@ -134,7 +134,12 @@ pub(crate) async fn reap_orphans(inner: &Inner) -> Result<ReapedOrphans> {
         )
         .await?;
     for image in images {
-        if !image.repo_tags.iter().any(|t| t != "<none>:<none>") {
+        // A commit creates its image before it tags it: an untagged image younger than the
+        // grace may be a snapshot being taken right now, here or in another process.
+        let created = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(image.created).unwrap_or_default());
+        let settled = now.duration_since(created).is_ok_and(|age| age > grace);
+        if settled && !image.repo_tags.iter().any(|t| t != "<none>:<none>") {
             let options = RemoveImageOptions {
                 force: false,
                 noprune: false,

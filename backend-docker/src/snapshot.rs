@@ -121,6 +121,17 @@ pub(crate) async fn snapshot(
     drop(pausing);
     match committed {
         Ok(Ok(_)) => {}
+        // A 404 is the container gone, or the new image removed by another client before
+        // the daemon tagged it: only the first is the sandbox not found.
+        Ok(Err(e)) if status_of(&e) == Some(404) => {
+            inner.find(op, id).await?;
+            return Err(Error::Backend {
+                backend: KIND,
+                status: Some(404),
+                message: format!("committing sandbox {id} failed: {e}"),
+                source: Some(e.into()),
+            });
+        }
         Ok(Err(e)) => return Err(inner.api.map(op, Target::Sandbox(id.as_str()), e)),
         Err(timeout) => {
             // The commit may still complete: do not leave its image behind.

@@ -543,6 +543,79 @@ async fn reapers_really_remove() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_snapshot_images_are_reaped_only_once_no_commit_can_be_in_progress() {
+    // A commit creates its image before it tags it, so an untagged snapshot image may be one
+    // being taken: the orphan reaper leaves it alone for twice the API deadline.
+    let api_timeout = 4;
+    let Some(backend) = common::backend_with(DockerConfig {
+        api_timeout_seconds: api_timeout,
+        ..common::config()
+    })
+    .await
+    else {
+        return;
+    };
+    let run = run_id();
+    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
+    let snap = backend
+        .snapshot(
+            &sb.id,
+            SnapshotOptions::new().label(TEST_LABEL, &run).unwrap(),
+        )
+        .await
+        .unwrap();
+    let committed = std::time::Instant::now();
+    backend.terminate(&sb.id).await.unwrap();
+    let restored = backend
+        .restore(&snap.reference(), spec(&run).build().unwrap())
+        .await
+        .unwrap();
+    let image = backend
+        .docker()
+        .inspect_container(restored.provider_id.as_deref().unwrap(), None)
+        .await
+        .unwrap()
+        .image
+        .unwrap();
+    // Deleted while in use: only the tag goes. Then the sandbox is removed behind the
+    // library's back, so nothing removes the image but the reaper.
+    backend.delete_snapshot(&snap.id).await.unwrap();
+    backend
+        .docker()
+        .remove_container(
+            restored.provider_id.as_deref().unwrap(),
+            Some(RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    let untagged = backend.docker().inspect_image(&image).await.unwrap();
+    assert!(untagged.repo_tags.unwrap_or_default().is_empty());
+
+    let grace = Duration::from_secs(2 * api_timeout);
+    let report = backend.reap_orphans().await.unwrap();
+    assert!(
+        committed.elapsed() + Duration::from_secs(1) < grace,
+        "the machine is too slow for this test: {:?} since the commit",
+        committed.elapsed()
+    );
+    assert!(!report.images.contains(&image), "{report:?}");
+    backend.docker().inspect_image(&image).await.unwrap();
+
+    // Docker keeps image times in whole seconds: wait a second beyond the grace.
+    tokio::time::sleep((grace + Duration::from_secs(1)).saturating_sub(committed.elapsed())).await;
+    backend.reap_orphans().await.unwrap();
+    assert!(
+        backend.docker().inspect_image(&image).await.is_err(),
+        "an orphaned snapshot image older than the grace is removed"
+    );
+    assert_nothing_left(&backend, &run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_pauses_the_sandbox_and_leaves_it_running_without_its_secrets() {
     let Some(backend) = common::backend().await else {
         return;
