@@ -345,7 +345,10 @@ pub(crate) async fn exec(
     let started = tokio::time::Instant::now();
     let stdin = request.stdin().cloned();
     if request.user().is_none() {
-        let spare = inner.runners.take(&located.container_id);
+        let spare = inner
+            .runners
+            .take(&located.container_id, inner.api.timeout)
+            .await;
         if let Some(runner) = spare.filter(|r| r.can_run(&env, request.argv())) {
             let message = runner::request(request.workdir(), &env, request.argv());
             if let Some(running) = runner.run(inner, &message, stdin.is_none()).await? {
@@ -510,6 +513,7 @@ impl Pump {
     ) {
         let (inner, container, refill) = (self.inner.clone(), self.container.clone(), self.refill);
         self.pump(output, input, stdin, early).await;
+        // Also when the pump ended early (the caller dropped the stream, a daemon error).
         if refill {
             Spares::refill(&inner, &container);
         }
@@ -598,6 +602,11 @@ impl Pump {
                 Err(e) => Err(e),
             }
         };
+        // The command has ended: start the next spare before the caller hears it, so an exec
+        // sent right after finds it starting and waits for it (see `Spares::take`).
+        if self.refill {
+            Spares::refill(&self.inner, &self.container);
+        }
         self.send(status.map(ExecEvent::Exit)).await;
     }
 

@@ -6,7 +6,8 @@
 //! exec request is written to its stdin, the script reads it and `exec`s the command, which
 //! thereby *is* that Docker exec: the daemon still frames stdout and stderr, reports the exit
 //! code through `inspect_exec`, and kills it with the container. The next spare is started in
-//! the background while the command runs.
+//! the background once the command has ended; a request arriving while it starts waits for
+//! it rather than start a plain exec that would queue behind it.
 //!
 //! # Protocol (library → script, on stdin)
 //! ```text
@@ -31,12 +32,14 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 use sandbox_core::{Operation, Result};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use crate::backend::Inner;
 use crate::exec::{Output, exec_config};
@@ -104,6 +107,19 @@ pub(crate) struct Spares {
 struct Slot {
     ready: Option<Runner>,
     starting: bool,
+    /// The request waiting for the spare that is starting (at most one: others take a plain
+    /// exec).
+    waiter: Option<oneshot::Sender<Runner>>,
+}
+
+/// A runner usable at once (alive when taken).
+fn alive(mut runner: Runner) -> Option<Runner> {
+    // A runner prints nothing before its request: anything here (most often the end of the
+    // stream, the container having stopped) means it is unusable.
+    match runner.output.next().now_or_never() {
+        None => Some(runner),
+        Some(_) => None,
+    }
 }
 
 impl Spares {
@@ -116,15 +132,26 @@ impl Spares {
         self.lock().entry(container.to_string()).or_default().ready = Some(runner);
     }
 
-    /// Takes the container's spare if it is still alive.
-    pub(crate) fn take(&self, container: &str) -> Option<Runner> {
-        let mut runner = self.lock().get_mut(container)?.ready.take()?;
-        // A runner prints nothing before its request: anything here (most often the end of
-        // the stream, the container having stopped) means it is unusable.
-        match runner.output.next().now_or_never() {
-            None => Some(runner),
-            Some(_) => None,
-        }
+    /// Takes the container's spare if it is alive; if one is starting and no other request
+    /// waits for it, waits for it (at most `wait`). A plain exec started instead would queue
+    /// behind that start anyway: the daemon serializes exec starts per container.
+    pub(crate) async fn take(&self, container: &str, wait: Duration) -> Option<Runner> {
+        let waiting = {
+            let mut slots = self.lock();
+            let slot = slots.get_mut(container)?;
+            if let Some(runner) = slot.ready.take() {
+                return alive(runner);
+            }
+            if !slot.starting || slot.waiter.is_some() {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            slot.waiter = Some(tx);
+            rx
+        };
+        // A failed start drops the sender: the request takes the plain path.
+        let runner = tokio::time::timeout(wait, waiting).await.ok()?.ok()?;
+        alive(runner)
     }
 
     /// Drops what is kept for a container (it is being removed).
@@ -150,7 +177,12 @@ impl Spares {
             match (started, slots.get_mut(&container)) {
                 (Ok(runner), Some(slot)) => {
                     slot.starting = false;
-                    slot.ready = Some(runner);
+                    // Hand it to the waiting request, or keep it if that one gave up.
+                    let runner = match slot.waiter.take() {
+                        Some(waiter) => waiter.send(runner).err(),
+                        None => Some(runner),
+                    };
+                    slot.ready = runner;
                 }
                 // Removed meanwhile: the runner dies with the container.
                 (Ok(_), None) => {}

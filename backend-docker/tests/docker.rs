@@ -940,6 +940,13 @@ async fn concurrent_and_back_to_back_execs_get_their_own_output() {
         assert_eq!(out.stdout_str(), format!("{i}\n"));
         assert!(out.stderr.is_empty(), "{out:?}");
     }
+    // Back to back, each exec finds the next spare starting and waits for it rather than
+    // start a plain exec that would queue behind it.
+    assert_eq!(
+        (logs.count(ON_SPARE), logs.count(ON_PLAIN)),
+        (30, 0),
+        "sequential execs should all run on spares"
+    );
     let outs = futures::future::join_all((0..24).map(|i| {
         let backend = &backend;
         let id = sb.id.clone();
