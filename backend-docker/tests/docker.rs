@@ -805,6 +805,31 @@ impl Captured {
     }
 }
 
+/// A spare-runner test's setup: this thread's debug lines captured, a backend, a run id and
+/// one sandbox labelled with it.
+struct Traced {
+    logs: Captured,
+    _guard: tracing::subscriber::DefaultGuard,
+    backend: DockerBackend,
+    run: String,
+    sb: sandbox_core::Sandbox,
+}
+
+/// `None`: no daemon (the test is skipped, or fails with `SANDBOX_TEST_DOCKER=1`).
+async fn traced_sandbox() -> Option<Traced> {
+    let (logs, _guard) = capture_debug();
+    let backend = common::backend().await?;
+    let run = run_id();
+    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
+    Some(Traced {
+        logs,
+        _guard,
+        backend,
+        run,
+        sb,
+    })
+}
+
 const ON_SPARE: &str = "exec on the sandbox's spare runner";
 const ON_PLAIN: &str = "exec through a new Docker exec";
 
@@ -813,12 +838,16 @@ const REFILL: Duration = Duration::from_millis(700);
 
 #[tokio::test]
 async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
-    let (logs, _guard) = capture_debug();
-    let Some(backend) = common::backend().await else {
+    let Some(Traced {
+        logs,
+        _guard,
+        backend,
+        run,
+        sb,
+    }) = traced_sandbox().await
+    else {
         return;
     };
-    let run = run_id();
-    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
     let tricky = [
         "",
         "@",
@@ -926,12 +955,16 @@ async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
 
 #[tokio::test]
 async fn concurrent_and_back_to_back_execs_get_their_own_output() {
-    let (logs, _guard) = capture_debug();
-    let Some(backend) = common::backend().await else {
+    let Some(Traced {
+        logs,
+        _guard,
+        backend,
+        run,
+        sb,
+    }) = traced_sandbox().await
+    else {
         return;
     };
-    let run = run_id();
-    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
     for i in 0..30 {
         let out = backend
             .exec_output(&sb.id, ExecRequest::new(["echo", &i.to_string()]).unwrap())
@@ -972,12 +1005,16 @@ async fn concurrent_and_back_to_back_execs_get_their_own_output() {
 
 #[tokio::test]
 async fn a_spare_runner_that_died_falls_back_and_timeouts_kill_on_both_paths() {
-    let (logs, _guard) = capture_debug();
-    let Some(backend) = common::backend().await else {
+    let Some(Traced {
+        logs,
+        _guard,
+        backend,
+        run,
+        sb,
+    }) = traced_sandbox().await
+    else {
         return;
     };
-    let run = run_id();
-    let sb = backend.create(spec(&run).build().unwrap()).await.unwrap();
     // Kill the spare from inside (as another exec would), without matching this killer's own
     // command line.
     let killer = ExecRequest::builder([
