@@ -10,12 +10,27 @@
 //! A backend's test file generates one test per check with [`conformance_tests!`](crate::conformance_tests):
 //!
 //! ```no_run
-//! # mod backend { pub fn make() -> std::sync::Arc<sandbox_core::DynSandboxBackend> { unimplemented!() } }
+//! # use std::sync::Arc;
+//! # use sandbox_core::{BackendKind, DynSandboxBackend, Error};
+//! # // Here: no provider. In a backend's tests: connect the backend as its users do.
+//! # async fn connect() -> Result<Arc<DynSandboxBackend>, Error> {
+//! #     Err(Error::Unavailable {
+//! #         backend: BackendKind::Docker,
+//! #         message: "no daemon in a doctest".into(),
+//! #         source: None,
+//! #     })
+//! # }
 //! use sandbox_core::conformance::Suite;
 //!
 //! async fn make_suite() -> Option<Suite> {
-//!     // Return None (after saying so loudly) when the provider is not reachable here.
-//!     Some(Suite::new(backend::make()))
+//!     match connect().await {
+//!         Ok(backend) => Some(Suite::new(backend)),
+//!         // Not reachable here: say so loudly, then skip.
+//!         Err(e) => {
+//!             eprintln!("SKIPPED: conformance: {e}");
+//!             None
+//!         }
+//!     }
 //! }
 //!
 //! mod conformance {
