@@ -349,7 +349,15 @@ pub(crate) async fn exec(
             .runners
             .take(&located.container_id, inner.api.timeout)
             .await;
-        if let Some(runner) = spare.filter(|r| r.can_run(&env, request.argv())) {
+        let spare = match spare {
+            // Kept for the next request rather than dropped (which would end it).
+            Some(runner) if !runner.can_run(&env, request.argv()) => {
+                inner.runners.put(&located.container_id, runner);
+                None
+            }
+            spare => spare,
+        };
+        if let Some(runner) = spare {
             let message = runner::request(request.workdir(), &env, request.argv());
             if let Some(running) = runner.run(inner, &message, stdin.is_none()).await? {
                 tracing::debug!(pid = running.pid, "exec on the sandbox's spare runner");
