@@ -833,21 +833,18 @@ async fn traced_sandbox() -> Option<Traced> {
 const ON_SPARE: &str = "exec on the sandbox's spare runner";
 const ON_PLAIN: &str = "exec through a new Docker exec";
 
-/// Time for the background refill of a spare runner (one Docker exec start) to finish.
-const REFILL: Duration = Duration::from_millis(700);
-
 #[tokio::test]
 async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
-    let Some(Traced {
+    let Some(t) = traced_sandbox().await else {
+        return;
+    };
+    let Traced {
         logs,
-        _guard,
         backend,
         run,
         sb,
-    }) = traced_sandbox().await
-    else {
-        return;
-    };
+        ..
+    } = &t;
     let tricky = [
         "",
         "@",
@@ -900,7 +897,6 @@ async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
             .exec_output(&sb.id, builder.clone().user("0").build().unwrap())
             .await
             .unwrap();
-        tokio::time::sleep(REFILL).await;
         let before = logs.count(ON_SPARE);
         let spare = backend
             .exec_output(&sb.id, builder.build().unwrap())
@@ -937,7 +933,6 @@ async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
             .exec_output(&sb.id, builder.clone().user("0").build().unwrap())
             .await
             .unwrap();
-        tokio::time::sleep(REFILL).await;
         let spare = backend
             .exec_output(&sb.id, builder.build().unwrap())
             .await
@@ -950,21 +945,21 @@ async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
         }
     }
     backend.terminate(&sb.id).await.unwrap();
-    assert_nothing_left(&backend, &run).await;
+    assert_nothing_left(backend, run).await;
 }
 
 #[tokio::test]
 async fn concurrent_and_back_to_back_execs_get_their_own_output() {
-    let Some(Traced {
+    let Some(t) = traced_sandbox().await else {
+        return;
+    };
+    let Traced {
         logs,
-        _guard,
         backend,
         run,
         sb,
-    }) = traced_sandbox().await
-    else {
-        return;
-    };
+        ..
+    } = &t;
     for i in 0..30 {
         let out = backend
             .exec_output(&sb.id, ExecRequest::new(["echo", &i.to_string()]).unwrap())
@@ -1000,21 +995,21 @@ async fn concurrent_and_back_to_back_execs_get_their_own_output() {
     assert!(logs.count(ON_SPARE) >= 1, "no exec used a spare");
     assert!(logs.count(ON_PLAIN) >= 1, "no exec found the spare taken");
     backend.terminate(&sb.id).await.unwrap();
-    assert_nothing_left(&backend, &run).await;
+    assert_nothing_left(backend, run).await;
 }
 
 #[tokio::test]
 async fn a_spare_runner_that_died_falls_back_and_timeouts_kill_on_both_paths() {
-    let Some(Traced {
+    let Some(t) = traced_sandbox().await else {
+        return;
+    };
+    let Traced {
         logs,
-        _guard,
         backend,
         run,
         sb,
-    }) = traced_sandbox().await
-    else {
-        return;
-    };
+        ..
+    } = &t;
     // Kill the spare from inside (as another exec would), without matching this killer's own
     // command line.
     let killer = ExecRequest::builder([
@@ -1040,7 +1035,6 @@ async fn a_spare_runner_that_died_falls_back_and_timeouts_kill_on_both_paths() {
     );
 
     for user in [None, Some("0")] {
-        tokio::time::sleep(REFILL).await;
         let mut req = ExecRequest::builder(["sh", "-c", "sleep 4321 & sleep 4321; echo never"])
             .timeout(Duration::from_millis(800));
         if let Some(u) = user {
@@ -1074,7 +1068,7 @@ async fn a_spare_runner_that_died_falls_back_and_timeouts_kill_on_both_paths() {
         );
     }
     backend.terminate(&sb.id).await.unwrap();
-    assert_nothing_left(&backend, &run).await;
+    assert_nothing_left(backend, run).await;
 }
 
 /// Thaws a container frozen by a hung paused commit (cgroup v1 or v2), so the daemon recovers
