@@ -35,6 +35,21 @@ fn run_id() -> String {
     )
 }
 
+/// Force-removes a sandbox's container (and its volumes) directly through the daemon.
+async fn remove_behind_the_librarys_back(backend: &DockerBackend, sb: &sandbox_core::Sandbox) {
+    let force = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    let container = sb.provider_id.as_deref().expect("a container id");
+    backend
+        .docker()
+        .remove_container(container, Some(force))
+        .await
+        .unwrap();
+}
+
 fn spec(run: &str) -> SandboxSpecBuilder {
     SandboxSpec::builder(format!(
         "dt-{}",
@@ -228,18 +243,7 @@ async fn a_sandbox_killed_or_removed_outside_the_library_shows_as_gone() {
         Err(Error::NotFound { .. })
     ));
 
-    backend
-        .docker()
-        .remove_container(
-            again.provider_id.as_deref().unwrap(),
-            Some(RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    remove_behind_the_librarys_back(&backend, &again).await;
     let err = backend.status(&again.id).await.unwrap_err();
     assert!(
         matches!(&err, Error::NotFound { kind: ResourceKind::Sandbox, id } if *id == again.id.as_str()),
@@ -580,18 +584,7 @@ async fn orphaned_snapshot_images_are_reaped_only_once_no_commit_can_be_in_progr
     // Deleted while in use: only the tag goes. Then the sandbox is removed behind the
     // library's back, so nothing removes the image but the reaper.
     backend.delete_snapshot(&snap.id).await.unwrap();
-    backend
-        .docker()
-        .remove_container(
-            restored.provider_id.as_deref().unwrap(),
-            Some(RemoveContainerOptions {
-                force: true,
-                v: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap();
+    remove_behind_the_librarys_back(&backend, &restored).await;
     let untagged = backend.docker().inspect_image(&image).await.unwrap();
     assert!(untagged.repo_tags.unwrap_or_default().is_empty());
 
@@ -830,6 +823,14 @@ async fn traced_sandbox() -> Option<Traced> {
     })
 }
 
+impl Traced {
+    /// Terminates the sandbox and checks that nothing labelled with the run is left.
+    async fn finish(self) {
+        self.backend.terminate(&self.sb.id).await.unwrap();
+        assert_nothing_left(&self.backend, &self.run).await;
+    }
+}
+
 const ON_SPARE: &str = "exec on the sandbox's spare runner";
 const ON_PLAIN: &str = "exec through a new Docker exec";
 
@@ -838,13 +839,7 @@ async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
     let Some(t) = traced_sandbox().await else {
         return;
     };
-    let Traced {
-        logs,
-        backend,
-        run,
-        sb,
-        ..
-    } = &t;
+    let (logs, backend, sb) = (&t.logs, &t.backend, &t.sb);
     let tricky = [
         "",
         "@",
@@ -944,8 +939,7 @@ async fn an_exec_on_a_spare_runner_behaves_like_a_plain_exec() {
             assert!(text.contains(needle), "{name}: {text:?}");
         }
     }
-    backend.terminate(&sb.id).await.unwrap();
-    assert_nothing_left(backend, run).await;
+    t.finish().await;
 }
 
 #[tokio::test]
@@ -953,13 +947,7 @@ async fn concurrent_and_back_to_back_execs_get_their_own_output() {
     let Some(t) = traced_sandbox().await else {
         return;
     };
-    let Traced {
-        logs,
-        backend,
-        run,
-        sb,
-        ..
-    } = &t;
+    let (logs, backend, sb) = (&t.logs, &t.backend, &t.sb);
     for i in 0..30 {
         let out = backend
             .exec_output(&sb.id, ExecRequest::new(["echo", &i.to_string()]).unwrap())
@@ -976,7 +964,6 @@ async fn concurrent_and_back_to_back_execs_get_their_own_output() {
         "sequential execs should all run on spares"
     );
     let outs = futures::future::join_all((0..24).map(|i| {
-        let backend = &backend;
         let id = sb.id.clone();
         async move {
             let req = ExecRequest::builder(["sh", "-c", "echo $I; echo e$I >&2"])
@@ -994,8 +981,7 @@ async fn concurrent_and_back_to_back_execs_get_their_own_output() {
     }
     assert!(logs.count(ON_SPARE) >= 1, "no exec used a spare");
     assert!(logs.count(ON_PLAIN) >= 1, "no exec found the spare taken");
-    backend.terminate(&sb.id).await.unwrap();
-    assert_nothing_left(backend, run).await;
+    t.finish().await;
 }
 
 #[tokio::test]
@@ -1003,13 +989,7 @@ async fn a_spare_runner_that_died_falls_back_and_timeouts_kill_on_both_paths() {
     let Some(t) = traced_sandbox().await else {
         return;
     };
-    let Traced {
-        logs,
-        backend,
-        run,
-        sb,
-        ..
-    } = &t;
+    let (logs, backend, sb) = (&t.logs, &t.backend, &t.sb);
     // Kill the spare from inside (as another exec would), without matching this killer's own
     // command line.
     let killer = ExecRequest::builder([
@@ -1067,8 +1047,7 @@ async fn a_spare_runner_that_died_falls_back_and_timeouts_kill_on_both_paths() {
             "{user:?}: the command's group survived"
         );
     }
-    backend.terminate(&sb.id).await.unwrap();
-    assert_nothing_left(backend, run).await;
+    t.finish().await;
 }
 
 /// Thaws a container frozen by a hung paused commit (cgroup v1 or v2), so the daemon recovers
